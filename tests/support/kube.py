@@ -1,0 +1,1 @@
+"""Fixtures for the Kubernetes API emulator (kmock) and a tiny status controller."""
