@@ -6,7 +6,7 @@ CACHE := .cache
 SYNAPSE_VENV := $(CACHE)/synapse-venv
 export TOGGLER_SYNAPSE_PYTHON := $(abspath $(SYNAPSE_VENV))/bin/python
 
-.PHONY: venv synapse test lint typecheck unit demo bench schema clean
+.PHONY: venv synapse test lint typecheck unit demo bench schema docs clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -44,3 +44,6 @@ bench: venv synapse
 
 clean:
 	rm -rf $(VENV) $(CACHE) .demo .mypy_cache .ruff_cache .pytest_cache
+
+docs: venv
+	$(BIN)/python -m toggler.configdoc README.md
