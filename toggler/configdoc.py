@@ -50,7 +50,8 @@ def markdown_reference() -> str:
     """One table per config section: key, default, meaning (from the field docstrings)."""
     out = [START]
     for prefix, model in SECTIONS:
-        out += ["", f"**`{prefix}`** — {(model.__doc__ or '').strip()}", "", "| key | default | meaning |", "|---|---|---|"]
+        title = f"**`{prefix}`** — {(model.__doc__ or '').strip()}"
+        out += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
         for name, field in model.model_fields.items():
             out.append(f"| `{name}` | {_default(field)} | {field.description or ''} |")
     out += ["", END]

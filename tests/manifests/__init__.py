@@ -1,0 +1,1 @@
+"""Tests of the deployment artefacts: Kustomize base and overlays, Dockerfile."""
