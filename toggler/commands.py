@@ -94,8 +94,9 @@ def strip_reply_fallback(body: str) -> str:
 
 def _strip_address(text: str, ctx: ParseContext) -> tuple[str, bool]:
     """Remove a leading prefix or bot mention; report whether the message was addressed."""
-    if ctx.prefix and text.lower().startswith(ctx.prefix.lower()):
-        return text[len(ctx.prefix):].strip(), True
+    prefix = (ctx.prefix or "").lower()
+    if prefix and text.lower().startswith(prefix) and text[len(prefix):len(prefix) + 1] in ("", " ", "\t"):
+        return text[len(prefix):].strip(), True
     low = text.lower()
     for name in sorted(ctx.bot_names, key=len, reverse=True):
         name_low = name.lower()
@@ -135,6 +136,8 @@ def _duration(words: list[str], spec: Spec) -> timedelta | UsageError:
 
 def _target_then(words: list[str], ctx: ParseContext, spec: Spec, joiner: str) -> tuple[str | UsageError, list[str]]:
     """Split `[<target>] [joiner] rest…`: the target is optional when the rest starts right away."""
+    if words and words[-1].lower() == joiner:
+        return UsageError(f"`{joiner}` needs a duration (try 30m, 2h, 1h30m)", spec.name, _usable(ctx)), []
     if not words or words[0].lower() == joiner or (words[0].lower() not in ctx.targets and words[0][0].isdigit()):
         return _default_target(ctx, spec), words[1:] if words and words[0].lower() == joiner else words
     rest = words[1:]
@@ -207,9 +210,10 @@ def looks_like_command(body: str) -> bool:
 
 def parse(body: str, ctx: ParseContext) -> Command | UsageError | None:
     """Parse a message body. None means the message is not for the bot (stay silent)."""
-    if not looks_like_command(body):
+    stripped = strip_reply_fallback(body)
+    if not looks_like_command(stripped):
         return None
-    text, addressed = _strip_address(strip_reply_fallback(body), ctx)
+    text, addressed = _strip_address(stripped, ctx)
     if ctx.prefix and not addressed:
         return None
     words = text.split()

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from toggler.config import ANY_ROOM, Config, RoomConfig
 
 READ_ONLY = ("list", "help")
+EVERY_TARGET = ("status", "stop")
+"""Actions that may name no target: `status` and `stop all` act on each usable target (checked one by one)."""
 
 
 class Policy:
@@ -54,11 +56,13 @@ class Policy:
         usable = self.usable_targets(sender, room_id)
         if room is None or not usable:
             return False
-        if action in READ_ONLY or (action == "status" and target is None):
+        if action in READ_ONLY:
             return True
         if action not in room.actions:
             return False
-        return target is not None and target in usable
+        if target is None:
+            return action in EVERY_TARGET
+        return target in usable
 
     def may_invite(self, inviter: str, room_id: str) -> bool:
         """Accept an invite when the room is configured by id, or the inviter may use the bot there."""
