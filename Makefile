@@ -23,7 +23,6 @@ $(SYNAPSE_VENV)/.installed:
 
 lint: venv
 	$(BIN)/ruff check toggler tests bench
-	$(BIN)/ruff format --check toggler
 
 typecheck: venv
 	$(BIN)/mypy --strict toggler

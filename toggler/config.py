@@ -310,7 +310,7 @@ class Config(BaseSettings):
     kubernetes: KubernetesConfig = KubernetesConfig()
     """Kubernetes API access."""
     logging: LoggingConfig = LoggingConfig()
-    """Log output."""
+    """Log level and format."""
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from toggler.durations import format_duration
+
 if TYPE_CHECKING:
     from toggler.config import Config
 
@@ -47,15 +49,18 @@ def _timer_bounds(cfg: Config) -> Iterator[Problem]:
     warn = cfg.defaults.warn_before
     default_stop = cfg.defaults.auto_stop_after
     if default_stop is not None and warn >= default_stop:
-        yield (("defaults", "warn_before"), f"must be shorter than defaults.auto_stop_after ({default_stop})")
+        limit = format_duration(default_stop)
+        yield (("defaults", "warn_before"), f"must be shorter than defaults.auto_stop_after ({limit})")
     if default_stop is not None and cfg.defaults.max_duration < default_stop:
         yield (("defaults", "max_duration"), "must not be below defaults.auto_stop_after")
     for name in cfg.targets:
         stop = cfg.auto_stop_after(name)
         own = "auto_stop_after" in cfg.targets[name].model_fields_set
+        own_max = cfg.targets[name].max_duration is not None
         if stop is not None and own and warn >= stop:
-            yield (("targets", name, "auto_stop_after"), f"must be longer than defaults.warn_before ({warn})")
-        if stop is not None and cfg.max_duration(name) < stop:
+            limit = format_duration(warn)
+            yield (("targets", name, "auto_stop_after"), f"must be longer than defaults.warn_before ({limit})")
+        if stop is not None and (own or own_max) and cfg.max_duration(name) < stop:  # else reported in defaults
             field = "max_duration" if cfg.targets[name].max_duration else "auto_stop_after"
             yield (("targets", name, field), "max_duration must not be below auto_stop_after")
 

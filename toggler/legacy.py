@@ -58,12 +58,12 @@ def _flag(value: str) -> bool:
 
 def variable_for(loc: tuple[str | int, ...]) -> str | None:
     """The legacy variable behind a config field path, if any (longest prefix wins)."""
+    if loc[:1] == ("targets",) and len(loc) > 2 and loc[2] == "namespace":
+        return "DEPLOYMENT_NAMESPACE"
     for size in range(len(loc), 0, -1):
         name = FIELD_VARIABLES.get(tuple(str(part) for part in loc[:size]))
         if name:
             return name
-    if loc[:1] == ("targets",) and len(loc) > 2 and loc[2] == "namespace":
-        return "DEPLOYMENT_NAMESPACE"
     return None
 
 

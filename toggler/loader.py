@@ -3,7 +3,8 @@
 Every failure becomes a `ConfigError` holding lines `<field path>: <message> (line N)`; callers exit 2.
 Precedence (highest first): `TOGGLER_…` env variables, the YAML file, model defaults. Secrets: the
 inline value (env or YAML) wins over its `*_file`. With no file at the default path, the predecessor's
-variables build the config (see `toggler.legacy`).
+variables build the config (see `toggler.legacy`). `TOGGLER_DEFAULT_CONFIG` moves that default path
+(an image or a test can point it elsewhere); unlike `TOGGLER_CONFIG` its file may be absent.
 Must not import nio, kubernetes, apscheduler or aiohttp.
 """
 
@@ -86,7 +87,7 @@ def problem_pairs(exc: ValidationError) -> list[tuple[Loc, str]]:
     """(field path, message) for each error, cross-field problems expanded to their own paths."""
     pairs: list[tuple[Loc, str]] = []
     for err in exc.errors():
-        loc: Loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+        loc: Loc = tuple(p for p in err["loc"] if p != "[key]" and not str(p).startswith("function-"))
         inner = (err.get("ctx") or {}).get("error")
         subs = inner.problems if isinstance(inner, ConfigProblems) else [((), _clean_message(err))]
         pairs.extend((loc + tuple(sub), message) for sub, message in subs)
@@ -173,7 +174,7 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
         return Path(explicit), True
     if env.get("TOGGLER_CONFIG"):
         return Path(env["TOGGLER_CONFIG"]), True
-    return DEFAULT_PATH, False
+    return Path(env.get("TOGGLER_DEFAULT_CONFIG") or DEFAULT_PATH), False
 
 
 def load_config(
@@ -192,6 +193,4 @@ def load_config(
     cfg = validate(data, node)
     ignored = legacy.present(env)
     warnings = [f"config file {path} wins; ignoring legacy variables: {', '.join(ignored)}"] if ignored else []
-    for line in warnings:
-        log.warning("%s", line)
     return Loaded(resolve_secrets(cfg) if read_secrets else cfg, str(path), warnings)
