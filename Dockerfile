@@ -41,7 +41,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
-    TMPDIR=/tmp
+    TMPDIR=/tmp \
+    TOGGLER_HEALTH__HOST=0.0.0.0 \
+    TOGGLER_HEALTH__PORT=8080
 
 # Install from the wheels only (no index), then drop pip: nothing is installed at run time.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

@@ -268,6 +268,17 @@ class LoggingConfig(Model):
     """`json` writes one JSON object per line."""
 
 
+class HealthConfig(Model):
+    """The HTTP server for probes and metrics (`/healthz`, `/readyz`, `/metrics`)."""
+
+    enabled: bool = True
+    """Serve the endpoints at all."""
+    host: str = "127.0.0.1"
+    """Address to bind; the container image sets `TOGGLER_HEALTH__HOST=0.0.0.0` so kubelet can probe it."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port to bind (0 picks a free one)."""
+
+
 class KubernetesConfig(Model):
     """How to reach the Kubernetes API (in-cluster config is used when available)."""
 
@@ -311,6 +322,8 @@ class Config(BaseSettings):
     """Kubernetes API access."""
     logging: LoggingConfig = LoggingConfig()
     """Log level and format."""
+    health: HealthConfig = HealthConfig()
+    """Probe and metrics server."""
 
     @classmethod
     def settings_customise_sources(

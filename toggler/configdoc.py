@@ -26,6 +26,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("rooms.<room>", c.RoomConfig),
     ("kubernetes", c.KubernetesConfig),
     ("logging", c.LoggingConfig),
+    ("health", c.HealthConfig),
 )
 
 
