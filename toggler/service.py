@@ -25,6 +25,7 @@ from toggler.outcomes import (
     Outcome,
     Ready,
     Refused,
+    ScheduledStart,
     Started,
     StartedOutside,
     StatusReport,
@@ -45,11 +46,14 @@ from toggler.ports import (
     Clock,
     Cluster,
     ClusterError,
+    NotFound,
     Notifier,
     ReadyTimeout,
+    State,
     TargetRef,
     TargetStatus,
     Timers,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +107,15 @@ class Service:
         """Cached status of `target` (no API call)."""
         return self.cluster.status(self.ref(target))
 
+    def _writable(self, target: str) -> TargetStatus:
+        """The status to act on; never guess from a watch that is down or an object that is gone."""
+        status = self.status(target)
+        if status.state is State.UNKNOWN:
+            raise Unavailable(f"cannot see `{target}` right now (the cluster watch is down); try again shortly")
+        if status.state is State.MISSING:
+            raise NotFound(f"`{target}` ({status.ref.describe()}) does not exist")
+        return status
+
     def notify_room(self, status: TargetStatus) -> str | None:
         """Where unsolicited news about a target goes: the room that started it, else `notify_room`."""
         return status.started_in or self.config.targets[status.ref.target].notify_room
@@ -150,7 +163,7 @@ class Service:
 
     # --- start ---------------------------------------------------------------------------------------
     async def _start(self, target: str, duration: timedelta | None, ctx: Context) -> Outcome:
-        current = self.status(target)
+        current = self._writable(target)
         now = self.clock.now()
         wanted = duration if duration is not None else self.config.auto_stop_after(target)
         length, capped = self._capped(target, wanted) if wanted is not None else (None, None)
@@ -177,7 +190,7 @@ class Service:
 
     # --- stop ----------------------------------------------------------------------------------------
     async def _stop(self, target: str, ctx: Context | None, reason: str | None = None) -> Stopped:
-        current = self.status(target)
+        current = self._writable(target)
         if current.desired == 0:
             if current.stop_at is not None:
                 await self._annotate(current, {STOP_AT: None})
@@ -210,7 +223,7 @@ class Service:
 
     # --- extend --------------------------------------------------------------------------------------
     async def _extend(self, target: str, by: timedelta, ctx: Context) -> Outcome:
-        current = self.status(target)
+        current = self._writable(target)
         if current.desired == 0 or current.stop_at is None:
             return NothingToExtend(target, is_off=current.desired == 0)
         now = self.clock.now()
@@ -235,10 +248,21 @@ class Service:
             return Failed(target, str(exc))
         return Ready(status, self.clock.now() - begun, status.stop_at)
 
-    async def auto_stop(self, target: str, *, reason: str = "deadline") -> bool:
-        """Timer or schedule stop; tells the room. False when it failed (the caller retries)."""
+    async def auto_stop(self, target: str, *, reason: str = "deadline", due: datetime | None = None) -> bool:
+        """Timer or schedule stop; tells the room. False when it failed (the caller retries).
+
+        `due` is the deadline a timer fired for: when the target's `stop-at` was cleared or moved later
+        while the firing waited for the lock (an `extend` won the race), nothing happens. While the watch is
+        down (state unknown) nothing is guessed: False, so the timer retries.
+        """
         async with self._locks[target]:
             before = self.status(target)
+            if before.state == State.UNKNOWN:
+                log.warning("auto-stop of %s (%s) postponed: %s", target, reason, before.reason or "state unknown")
+                return False
+            if due is not None and (before.stop_at is None or before.stop_at > due):
+                log.info("auto-stop of %s for %s skipped: its deadline was moved or cleared", target, rfc3339(due))
+                return True
             try:
                 outcome: Outcome = await self._stop(target, None, reason)
             except ClusterError as exc:
@@ -254,7 +278,8 @@ class Service:
         ctx = Context("toggler (schedule)", self.config.targets[target].notify_room or "")
         async with self._locks[target]:
             try:
-                outcome = await self._start(target, None, ctx)
+                started = await self._start(target, None, ctx)
+                outcome = ScheduledStart(started) if isinstance(started, Started) else started
             except ClusterError as exc:
                 outcome = Failed(target, f"scheduled start failed: {exc}")
         await self._tell(self.config.targets[target].notify_room, outcome)
