@@ -17,6 +17,8 @@ CORE = [
     "service",
     "replies",
     "replies_text",
+    "cluster_cache",
+    "pods",
     "replies_status",
     "rbac",
     "configdoc",
