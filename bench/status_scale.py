@@ -37,7 +37,7 @@ MIB = 1024 * 1024
 
 def serve(conn: Connection) -> None:
     """Child process: kmock with 1000 Deployments; answers `count` and `stop` over the pipe."""
-    from tests.support.kube import KubeServer, workload  # noqa: PLC0415 (child process only)
+    from toggler.devenv.kube import KubeServer, workload  # noqa: PLC0415 (child process only)
 
     kube = KubeServer().start()
     try:

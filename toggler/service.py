@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -96,6 +97,8 @@ class Service:
         self.notifier = notifier
         self.dry_run = config.defaults.dry_run if dry_run is None else dry_run
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.observers: list[Callable[[Command, Outcome], None]] = []
+        """Called with every executed command and its outcome (metrics)."""
 
     # --- lookups -------------------------------------------------------------------------------
     def ref(self, target: str) -> TargetRef:
@@ -123,6 +126,12 @@ class Service:
     # --- the command dispatcher -------------------------------------------------------------------
     async def execute(self, command: Command, ctx: Context) -> Outcome:
         """Run one parsed command; exactly one outcome, never an exception for cluster errors."""
+        outcome = await self._execute(command, ctx)
+        for observe in self.observers:
+            observe(command, outcome)
+        return outcome
+
+    async def _execute(self, command: Command, ctx: Context) -> Outcome:
         if not self.policy.allowed(ctx.sender, ctx.room_id, command.action, command.target):
             return Refused()
         usable = self.policy.usable_targets(ctx.sender, ctx.room_id)
