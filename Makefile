@@ -38,6 +38,9 @@ unit: venv
 schema: venv
 	$(BIN)/toggler schema > schemas/toggler.schema.json
 
+demo: venv synapse
+	$(BIN)/toggler demo $(ARGS)
+
 bench: venv synapse
 	$(BIN)/python bench/status_scale.py
 

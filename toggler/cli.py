@@ -225,3 +225,20 @@ def version(args: argparse.Namespace) -> int:
 
 subcommand("rbac", rbac.HELP, arguments=rbac.add_arguments)(rbac.run_rbac)
 subcommand("run", cli_run.HELP, arguments=cli_run.add_arguments)(cli_run.run)
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interactive", action="store_true", help="type as Alice instead of the script")
+    parser.add_argument("--workdir", default=".demo", help="where the demo keeps its data (wiped at start)")
+
+
+@subcommand("demo", "run the embedded demo: local Synapse, Kubernetes emulator, the bot and a scripted chat",
+            arguments=_demo_arguments)
+def demo(args: argparse.Namespace) -> int:
+    """Imported lazily: the demo needs the `test` extra (kmock) and the Synapse virtualenv."""
+    from toggler import demo as demo_module  # noqa: PLC0415
+
+    logs.setup_logging(args.log_level or "WARNING")
+    if not args.log_level:
+        logging.getLogger("nio").setLevel(logging.ERROR)  # key-sharing chatter would drown the transcript
+    return demo_module.run(args)
