@@ -64,7 +64,8 @@ class App:
                                policy=Policy(config), dry_run=dry_run)
         self.service.observers.append(self._count)
         self.timers.bind(self.service)
-        self.bot = MatrixBot(config, service=self.service)
+        sync_ms = int(config.matrix.sync_timeout.total_seconds() * 1000)
+        self.bot = MatrixBot(config, service=self.service, sync_timeout_ms=sync_ms)
         self.service.notifier = MeteredNotifier(self.bot, self.metrics)
         self.metrics.last_sync.set_function(self._last_sync_wall)
         health = config.health

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(spec.name, help=spec.help, description=spec.help)
         if spec.arguments:
             spec.arguments(sub)
+        if not any("--config" in action.option_strings for action in sub._actions):
+            # `toggler run --config X` works as well as `toggler --config X run`
+            sub.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
         sub.set_defaults(handler=spec.handler)
     return parser
 

@@ -171,6 +171,8 @@ class MatrixConfig(Model):
     """Directory for the vodozemac crypto store, credentials and sync token. Keep it on a volume."""
     auth: AuthConfig = AuthConfig()
     """Login method."""
+    sync_timeout: Duration = timedelta(seconds=30)
+    """Long-poll timeout of `/sync`; `/readyz` fails when no sync succeeded for twice this long."""
     echo: bool = False
     """Echo every command back first (`🦞 <body>`), as the predecessor did. Legacy `ECHO_MODE`."""
 
