@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toggler import __version__, cli, legacy, logs
+from toggler import __version__, legacy, logs
 from toggler.cli import main
 from toggler.loader import ConfigError, load_config
 
@@ -185,16 +185,6 @@ def test_check_config_never_prints_or_logs_secrets(
     assert "  password: set inline or from the environment" in out
     logging.getLogger("toggler.test").warning("login with %s failed", "very-secret-pw")
     assert capsys.readouterr().err.rstrip().endswith("toggler.test: login with *** failed")
-
-
-def test_unexpected_error_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(loaded: object) -> list[str]:
-        raise RuntimeError("summary exploded")
-
-    monkeypatch.setattr(cli, "summary", broken)
-    code, out, err = check(capsys, "check-config", str(MINIMAL))
-    assert (code, out) == (1, "")
-    assert err == "check-config failed unexpectedly: RuntimeError: summary exploded\n"
 
 
 def test_json_log_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
