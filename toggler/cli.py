@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-from toggler import __version__, cli_run, logs, rbac
+from toggler import __version__, cli_run, conntest, logs, rbac
 from toggler.config import ANY_ROOM, Config, KeycloakConfig, MatrixConfig, RoomConfig, Target
 from toggler.durations import format_duration
 from toggler.loader import ConfigError, Loaded, load_config
@@ -228,6 +228,7 @@ def version(args: argparse.Namespace) -> int:
 
 subcommand("rbac", rbac.HELP, arguments=rbac.add_arguments)(rbac.run_rbac)
 subcommand("run", cli_run.HELP, arguments=cli_run.add_arguments)(cli_run.run)
+subcommand("conntest", conntest.HELP, arguments=conntest.add_arguments)(conntest.run)
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
