@@ -114,11 +114,15 @@ class Account:
 
 
 class Synapse:
-    """One Synapse process with its data dir; can be stopped and started again on the same port."""
+    """One Synapse process with its data dir; can be stopped and started again on the same port.
 
-    def __init__(self, data: Path, python: Path) -> None:
+    `extra_config` is merged (top-level keys win) into the generated hs.yaml, e.g. `jwt_config` or `modules`.
+    """
+
+    def __init__(self, data: Path, python: Path, *, extra_config: dict[str, Any] | None = None) -> None:
         self.data = data
         self.python = python
+        self.extra_config = dict(extra_config or {})
         self.port = free_port()
         self.shared_secret = secrets.token_urlsafe(24)
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -130,7 +134,7 @@ class Synapse:
         (self.data / "media").mkdir(exist_ok=True)
         (self.data / "signing.key").write_text(_signing_key())
         (self.data / "log.yaml").write_text(yaml.safe_dump(_log_config(self.data)))
-        config = homeserver_config(self.data, self.port, self.shared_secret)
+        config = homeserver_config(self.data, self.port, self.shared_secret) | self.extra_config
         (self.data / "hs.yaml").write_text(yaml.safe_dump(config))
 
     def start(self, timeout: float = 30.0) -> None:

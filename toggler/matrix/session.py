@@ -113,7 +113,11 @@ class PasswordLogin:
 
 
 def login_method(config: MatrixConfig) -> LoginMethod:
-    """The login for `config.auth.method` (only `password` so far)."""
+    """The login for `config.auth.method`: `PasswordLogin`, or `JwtLogin` for `jwt`."""
+    if config.auth.method == "jwt":
+        from toggler.matrix.jwt import JwtLogin  # noqa: PLC0415 (toggler.matrix.jwt imports this module)
+
+        return JwtLogin(config)
     if config.auth.method != "password":
         raise LoginFailed(f"login method {config.auth.method!r} is not available yet", permanent=True)
     if config.password is None:
