@@ -144,6 +144,7 @@ async def test_outside_start_is_adopted_and_told(
     config = config.model_copy(update={"targets": {**config.targets, "web": web}})
     async with running(config, seeded):
         await alice.wait_member(room_id, bot_account.user_id, timeout=30)
+        assert "`web` is off" in await ask(alice, room_id, "status web", timeout=15)  # the bot is in the room
         await asyncio.to_thread(other_apps.patch_namespaced_deployment_scale, "web", "apps", {"spec": {"replicas": 1}})
         notice = await alice.wait_for(lambda s: s.room_id == room_id and "outside toggler" in s.body, 20)
         assert "`web` was started outside toggler" in notice.body
