@@ -43,6 +43,7 @@ demo: venv synapse
 
 bench: venv synapse
 	$(BIN)/python bench/status_scale.py
+	$(BIN)/python bench/roundtrip.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -54,7 +54,6 @@ async def _serve(cfg: object, *, dry_run: bool | None) -> int:
     app.install_signals()
     try:
         await app.run()
-    except LoginFailed as exc:
-        log.error("giving up: %s", exc)
+    except LoginFailed:  # the bot already logged the one line that says why
         return 1
     return 0

@@ -286,6 +286,7 @@ def test_toggler_run_exits_1_with_one_line_on_a_wrong_password(
                           timeout=45, env=env, check=False)
     reason = "Keycloak refused the credentials of user 'toggler-bot' (401 invalid_grant: Invalid user credentials)"
     assert done.returncode == 1, done.stderr
-    assert f"giving up: {reason}" in done.stderr
+    assert f"cannot log in to {jwt_synapse.base_url}: {reason}" in done.stderr
+    assert done.stderr.count(reason) == 1, "one line says why, once"
     assert "Traceback" not in done.stderr
     assert_no_secrets(done.stdout + done.stderr, "wrong-password-1")

@@ -118,8 +118,6 @@ def login_method(config: MatrixConfig) -> LoginMethod:
         from toggler.matrix.jwt import JwtLogin  # noqa: PLC0415 (toggler.matrix.jwt imports this module)
 
         return JwtLogin(config)
-    if config.auth.method != "password":
-        raise LoginFailed(f"login method {config.auth.method!r} is not available yet", permanent=True)
     if config.password is None:
         raise LoginFailed("no Matrix password configured (matrix.password or matrix.password_file)", permanent=True)
     return PasswordLogin(config.password)
