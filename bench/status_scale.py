@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 NAMESPACES = 10
 PER_NAMESPACE = 100
 ROUNDS = 20
+BASELINE_ROUNDS = 3
+BASELINE_SAMPLE = 20  # the baseline reads every 20th target and scales up: kmock answers reads slowly
 MIB = 1024 * 1024
 
 
@@ -134,8 +136,26 @@ async def measure(emulator: Emulator) -> dict[str, Any]:
     results["status_all"] = statistics.median(rounds)
     results["states"] = {state.value: sum(1 for s in statuses if s.state is state) for state in State}
     await cluster.stop()
+    results["baseline"] = await baseline_status(refs, configuration, emulator)
     results["cache_bytes"] = await traced_cache_size(refs, configuration)
     return results
+
+
+async def baseline_status(refs: list[Any], configuration: Any, emulator: Emulator) -> dict[str, float]:
+    """The predecessor's way, in the same run: one `read_namespaced_deployment` per target per `status`."""
+    from kubernetes import client  # noqa: PLC0415
+
+    api = client.AppsV1Api(client.ApiClient(configuration))
+    sample = refs[::BASELINE_SAMPLE]
+    before = emulator.counts()["total"]
+    rounds = []
+    for _ in range(BASELINE_ROUNDS):
+        began = time.perf_counter()
+        await asyncio.to_thread(lambda: [api.read_namespaced_deployment(r.name, r.namespace) for r in sample])
+        rounds.append(time.perf_counter() - began)
+    scale = len(refs) / len(sample)
+    return {"status_all": statistics.median(rounds) * scale,
+            "requests": (emulator.counts()["total"] - before) / BASELINE_ROUNDS * scale}
 
 
 async def traced_cache_size(refs: list[Any], configuration: Any) -> int:
@@ -175,6 +195,11 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
     width = max(len(row[0]) for row in rows)
     lines = [f"{'metric':<{width}}  {'measured':>12}  {'goal':>9}  ok", "-" * (width + 30)]
     lines += [f"{name:<{width}}  {value:>12}  {goal:>9}  {'yes' if ok else 'NO'}" for name, value, goal, ok in rows]
+    base = results["baseline"]
+    lines.append(f"baseline (one API read per target, as the predecessor did; median of {BASELINE_ROUNDS}): "
+                 f"{base['status_all'] * 1000:.0f} ms (extrapolated from every {BASELINE_SAMPLE}th target)\n  and "
+                 f"{base['requests']:g} API requests per status of all "
+                 f"targets — the cache is {base['status_all'] / results['status_all']:,.0f}× faster")
     lines.append(f"states seen: {results['states']}")
     return "\n".join(lines), all(row[3] for row in rows)
 
