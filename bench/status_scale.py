@@ -112,7 +112,6 @@ async def measure(emulator: Emulator) -> dict[str, Any]:
             for n in range(NAMESPACES) for i in range(PER_NAMESPACE)]
     configuration = client.Configuration()
     configuration.host = emulator.url
-    await asyncio.to_thread(lambda: (client.AppsV1Api(), client.CoreV1Api()))  # import the API modules first
     gc.collect()
     results: dict[str, Any] = {"rss_before": rss_mib()}
 

@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from toggler.cluster_cache import WatchCache, is_ready
 from toggler.config import Config, KubernetesConfig
 from toggler.durations import humanize
 from toggler.k8s_errors import Op, map_error
+from toggler.kube_rest import KubeRest
 from toggler.pods import waiting_reason
 from toggler.ports import Annotations, ClusterError, NotFound, ReadyTimeout, State, TargetRef, TargetStatus
 from toggler.watch import NamespaceWatch
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _load_incluster: Callable[..., None] = kube_config.load_incluster_config
 _load_kubeconfig: Callable[..., None] = kube_config.load_kube_config
-MERGE_PATCH = "application/merge-patch+json"
 
 
 class LoopBlockingError(RuntimeError):
@@ -54,20 +54,7 @@ def run_blocking(fn: Callable[[], T]) -> T:
     raise LoopBlockingError("kubernetes client call on the event-loop thread; use a worker thread")
 
 
-@dataclass(frozen=True)
-class _Kind:
-    plural: str
-    list_name: str
-    patch_name: str
-    scale_name: str
-
-
-KINDS = {
-    "Deployment": _Kind("deployments", "list_namespaced_deployment", "patch_namespaced_deployment",
-                        "patch_namespaced_deployment_scale"),
-    "StatefulSet": _Kind("statefulsets", "list_namespaced_stateful_set", "patch_namespaced_stateful_set",
-                         "patch_namespaced_stateful_set_scale"),
-}
+PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 
 
 def load_configuration(settings: KubernetesConfig) -> client.Configuration:
@@ -127,8 +114,7 @@ class KubeCluster:
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kube-api")
         self._watches: list[NamespaceWatch] = []
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._apps: Any = None
-        self._core: Any = None
+        self._rest: KubeRest | None = None
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> KubeCluster:
@@ -140,15 +126,14 @@ class KubeCluster:
     # --- lifecycle --------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Configure the client and start one watch thread per (kind, namespace). Returns at once."""
-        if self._apps is not None:
+        if self._rest is not None:
             raise RuntimeError("KubeCluster.start() called twice")
         loop = asyncio.get_running_loop()
         streams = self._cache.streams()
         await loop.run_in_executor(self._executor, self._build_client, len(streams))
         for (kind, namespace), names in streams.items():
-            spec = KINDS[kind]
             watch = NamespaceWatch(
-                (kind, namespace), names, plural=spec.plural, list_call=getattr(self._apps, spec.list_name),
+                (kind, namespace), names, plural=PLURALS[kind], list_call=self._api().lister(kind, PLURALS[kind]),
                 call=run_blocking, loop=loop, sink=self._cache, request_timeout=self._timeout,
                 backoff=self._watch_backoff)
             self._watches.append(watch)
@@ -156,12 +141,16 @@ class KubeCluster:
         log.info("watching %d target(s) in %d stream(s)", sum(map(len, streams.values())), len(streams))
 
     def _build_client(self, streams: int) -> None:
-        """Blocking (reads kubeconfig, imports the large API modules): runs in a worker thread."""
+        """Blocking (reads kubeconfig, may run an exec credential plugin): runs in a worker thread."""
         if self._api_client is None:
             cfg = self._configuration if self._configuration is not None else load_configuration(self._settings)
             self._api_client = client.ApiClient(self._prepared(cfg, streams))
-        self._apps = client.AppsV1Api(self._api_client)
-        self._core = client.CoreV1Api(self._api_client)
+        self._rest = KubeRest(self._api_client)
+
+    def _api(self) -> KubeRest:
+        if self._rest is None:
+            raise ClusterError("the cluster adapter is not started")
+        return self._rest
 
     @staticmethod
     def _prepared(cfg: client.Configuration, streams: int) -> client.Configuration:
@@ -251,15 +240,14 @@ class KubeCluster:
 
     async def _pod_reason(self, ref: TargetRef) -> str | None:
         seen = self._cache.observed(ref)
-        if seen is None or not seen.match_labels or self._core is None:
+        if seen is None or not seen.match_labels or self._rest is None:
             return None
         selector = ",".join(f"{k}={v}" for k, v in seen.match_labels)
-        list_pods = self._core.list_namespaced_pod
+        list_pods = self._rest.lister("Pod", "pods")
         op = Op("list", "pods", ref.namespace)
         try:
             pods = await self._call(op, lambda: _read_json(list_pods(
-                ref.namespace, label_selector=selector, _preload_content=False, _request_timeout=self._timeout)),
-                retries=0, quiet=True)
+                ref.namespace, {"labelSelector": selector}, timeout=self._timeout)), retries=0, quiet=True)
         except ClusterError as exc:
             log.debug("no pod details for %s: %s", ref.describe(), exc)
             return None
@@ -268,12 +256,12 @@ class KubeCluster:
     # --- writes -------------------------------------------------------------------------------------------
     async def scale(self, ref: TargetRef, replicas: int, *, annotations: Annotations) -> TargetStatus:
         """Merge-patch `annotations` (None deletes), then scale via `/scale`; returns once cached (≤ grace)."""
-        kind = self._kind(ref)
+        self._check_kind(ref)
         before = self.status(ref)
         notes = dict(annotations)
         if notes:
-            await self._patch(ref, kind.patch_name, kind.plural, {"metadata": {"annotations": notes}})
-        await self._patch(ref, kind.scale_name, f"{kind.plural}/scale", {"spec": {"replicas": replicas}})
+            await self._patch(ref, {"metadata": {"annotations": notes}})
+        await self._patch(ref, {"spec": {"replicas": replicas}}, subresource="scale")
         log.info("scaled %s: replicas %d -> %d", ref.describe(), before.desired, replicas)
         return await self._settled(ref, replicas=replicas, notes=notes)
 
@@ -282,25 +270,22 @@ class KubeCluster:
         notes = dict(annotations)
         if not notes:
             return self.status(ref)
-        kind = self._kind(ref)
-        await self._patch(ref, kind.patch_name, kind.plural, {"metadata": {"annotations": notes}})
+        self._check_kind(ref)
+        await self._patch(ref, {"metadata": {"annotations": notes}})
         log.info("annotated %s: %s", ref.describe(),
                  ", ".join(f"{key}={'(removed)' if value is None else value}" for key, value in notes.items()))
         return await self._settled(ref, replicas=None, notes=notes)
 
-    def _kind(self, ref: TargetRef) -> _Kind:
-        if ref.kind not in KINDS:
+    def _check_kind(self, ref: TargetRef) -> None:
+        if ref.kind not in PLURALS:
             raise ClusterError(f"toggler cannot scale a {ref.kind}")
-        if self._apps is None:
-            raise ClusterError("the cluster adapter is not started")
-        return KINDS[ref.kind]
+        self._api()
 
-    async def _patch(self, ref: TargetRef, method: str, resource: str, body: dict[str, Any]) -> dict[str, Any]:
-        call = getattr(self._apps, method)
-        timeout = self._timeout
-        return await self._call(Op("patch", resource, ref.namespace, ref), lambda: _read_json(call(
-            ref.name, ref.namespace, body, _content_type=MERGE_PATCH, _preload_content=False,
-            _request_timeout=timeout)))
+    async def _patch(self, ref: TargetRef, body: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
+        rest, plural, timeout = self._api(), PLURALS[ref.kind], self._timeout
+        resource = f"{plural}/{subresource}" if subresource else plural
+        return await self._call(Op("patch", resource, ref.namespace, ref), lambda: _read_json(rest.merge_patch(
+            ref.kind, plural, ref.namespace, ref.name, body, subresource=subresource, timeout=timeout)))
 
     async def _settled(self, ref: TargetRef, *, replicas: int | None, notes: Mapping[str, str | None]) -> TargetStatus:
         """The cached status once it shows our write; after the grace period, the status we expect."""

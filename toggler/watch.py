@@ -25,6 +25,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from toggler.cluster_cache import Observed, StreamKey, observe
 from toggler.k8s_errors import network_reason
+from toggler.kube_rest import ListCall
 
 log = logging.getLogger(__name__)
 _iter_lines: Callable[[Any], Iterator[str]] = iter_resp_lines
@@ -55,10 +56,6 @@ class Gone(Exception):
 
 class WatchError(Exception):
     """The server sent an ERROR event other than 410."""
-
-
-ListCall = Callable[..., Any]
-"""`AppsV1Api.list_namespaced_deployment` or `…_stateful_set`."""
 
 
 class NamespaceWatch:
@@ -163,12 +160,11 @@ class NamespaceWatch:
 
     def _page(self, token: str | None) -> dict[str, Any]:
         return self._read(self._list_call(
-            self.stream[1], limit=PAGE_SIZE, _continue=token, _preload_content=False,
-            _request_timeout=self._timeout, **self._selector()))
+            self.stream[1], {"limit": PAGE_SIZE, "continue": token, **self._selector()}, timeout=self._timeout))
 
     def _selector(self) -> dict[str, str]:
         if len(self.names) == 1:
-            return {"field_selector": f"metadata.name={next(iter(self.names))}"}
+            return {"fieldSelector": f"metadata.name={next(iter(self.names))}"}
         return {}
 
     @staticmethod
@@ -197,11 +193,10 @@ class NamespaceWatch:
                 continue  # an idle watch outlived its read timeout (servers that ignore timeoutSeconds)
 
     def _events(self, version: str | None) -> Iterator[dict[str, Any]]:
-        extra: dict[str, Any] = {"resource_version": version} if version else {}
+        query = {"watch": True, "allowWatchBookmarks": True, "timeoutSeconds": self._watch_seconds,
+                 "resourceVersion": version, **self._selector()}
         response = self._call(lambda: self._list_call(
-            self.stream[1], watch=True, allow_watch_bookmarks=True, timeout_seconds=self._watch_seconds,
-            _preload_content=False, _request_timeout=(self._timeout, self._watch_seconds + 30),
-            **self._selector(), **extra))
+            self.stream[1], query, timeout=(self._timeout, self._watch_seconds + 30)))
         self._response = response
         try:
             if self._stopping.is_set():
