@@ -115,6 +115,27 @@ async def test_dead_tokens_mean_logging_in_again_on_the_same_device(
         await second.stop()
 
 
+async def test_a_stop_during_the_first_key_upload_loses_no_keys(
+        people: dict[str, UserClient], running_synapse: Synapse, bot_account: Account, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """nio marks one-time keys published (and saves the account) only when the upload's answer arrives. A stop
+    that cut the upload short left Synapse holding keys the stored account then generated again under the same
+    ids ("One time key … already exists"), and messages encrypted to those keys could never be decrypted."""
+    alice = people["alice"]
+    room_id, alias = await open_room(alice, bot_account)
+    config = config_for(running_synapse, bot_account, tmp_path / "store", alias, alice)
+    cluster = fake_cluster(config)
+    for _ in range(2):  # start() returns right after the first sync: the key upload has just begun
+        await (await RunningBot(config, cluster).start()).stop()
+    bot = await RunningBot(config, cluster).start()
+    try:
+        await alice.wait_member(room_id, bot_account.user_id)
+        assert "web" in await ask(alice, room_id, "status")
+    finally:
+        await bot.stop()
+    assert "already exists" not in caplog.text and "key upload failed" not in caplog.text
+
+
 async def test_homeserver_restart_mid_run(people: dict[str, UserClient], running_synapse: Synapse,
                                           bot_account: Account, tmp_path: Path) -> None:
     alice = people["alice"]

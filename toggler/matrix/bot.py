@@ -104,6 +104,7 @@ class MatrixBot:
         self._running = False
         self._filter: str | dict[str, Any] = SYNC_FILTER
         self._backoff = Backoff()
+        self._keys_task: asyncio.Task[None] | None = None
 
     @property
     def logged_in(self) -> bool:
@@ -134,6 +135,7 @@ class MatrixBot:
                 main.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await main
+            await self._finish_keys()
             await self._shutdown(dispatcher)
 
     async def _main(self) -> None:
@@ -280,7 +282,9 @@ class MatrixBot:
             log.info(
                 "first sync done (%d joined, %d invited rooms)", len(response.rooms.join), len(response.rooms.invite)
             )
-        await self._keys()
+        # shielded: a stop must not cut a key upload short (see `_finish_keys`)
+        self._keys_task = asyncio.create_task(self._keys(), name="matrix-keys")
+        await asyncio.shield(self._keys_task)
 
     def _own_join(self, events: list[Any]) -> int:
         """Index just after the bot's own join in a timeline (0 if it did not join here)."""
@@ -330,6 +334,20 @@ class MatrixBot:
                 _check(await client.keys_claim(client.get_users_for_key_claiming()), KeysClaimResponse, "key claim")
         except (LocalProtocolError, *NETWORK_ERRORS) as exc:
             log.warning("key maintenance failed (%s)", type(exc).__name__)
+
+    async def _finish_keys(self) -> None:
+        """Let key maintenance in flight finish. nio saves the Olm account, with its one-time keys marked
+        published, only when the upload's answer arrives: cut short, the server keeps keys that the stored
+        account generates again under the same ids, and messages encrypted to them never decrypt."""
+        task = self._keys_task
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=DRAIN_SECONDS)
+        if not done:
+            log.warning("key maintenance still running at shutdown; cancelling it")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _dispatch(self) -> None:
         """The single dispatcher: one command at a time, in arrival order."""
