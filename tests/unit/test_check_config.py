@@ -7,13 +7,12 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from toggler import __version__, legacy, logs
+from toggler import __version__, logs
 from toggler.cli import main
 from toggler.loader import ConfigError, load_config
 
@@ -22,18 +21,7 @@ EXAMPLE = ROOT / "config" / "example.yaml"
 MINIMAL = ROOT / "config" / "minimal.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No inherited TOGGLER_/legacy variables, no real default file; root logging restored afterwards."""
-    for name in [*legacy.VARIABLES, *(key for key in os.environ if key.startswith("TOGGLER_"))]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOGGLER_DEFAULT_CONFIG", str(tmp_path / "absent.yaml"))
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logs.forget_secrets()
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 def check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from toggler import legacy, logs
+from toggler import legacy
 from toggler.cli import main
 from toggler.loader import ConfigError, Loaded, load_config
 from toggler.policy import Policy
@@ -29,18 +26,7 @@ JWT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No inherited TOGGLER_/legacy variables; the default config path points at a missing file."""
-    for name in [*legacy.VARIABLES, *(key for key in os.environ if key.startswith("TOGGLER_"))]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOGGLER_DEFAULT_CONFIG", str(tmp_path / "absent.yaml"))
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logs.forget_secrets()
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 def set_env(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
