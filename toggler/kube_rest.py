@@ -24,14 +24,6 @@ Timeout = float | tuple[float, float]
 API_PATHS = {"Deployment": "/apis/apps/v1", "StatefulSet": "/apis/apps/v1", "Pod": "/api/v1"}
 
 
-class Response(Protocol):
-    """What a request returns: the urllib3 response, unread (stream it or read `.data`, then release it)."""
-
-    data: bytes | None
-
-    def release_conn(self) -> None: ...
-
-
 class ListCall(Protocol):
     """Lists (or, with `watch=true` in the query, watches) one resource in one namespace."""
 
