@@ -257,11 +257,16 @@ class KubeCluster:
     async def scale(self, ref: TargetRef, replicas: int, *, annotations: Annotations) -> TargetStatus:
         """Merge-patch `annotations` (None deletes), then scale via `/scale`; returns once cached (≤ grace)."""
         self._check_kind(ref)
-        before = self.status(ref)
+        before, seen = self.status(ref), self._cache.observed(ref)
         notes = dict(annotations)
         if notes:
             await self._patch(ref, {"metadata": {"annotations": notes}})
-        await self._patch(ref, {"spec": {"replicas": replicas}}, subresource="scale")
+        try:
+            await self._patch(ref, {"spec": {"replicas": replicas}}, subresource="scale")
+        except ClusterError:
+            if notes:  # the scale failed: take back what the annotations promised (a deadline, a starter)
+                await self._undo_notes(ref, notes, dict(seen.notes) if seen else {})
+            raise
         log.info("scaled %s: replicas %d -> %d", ref.describe(), before.desired, replicas)
         return await self._settled(ref, replicas=replicas, notes=notes)
 
@@ -275,6 +280,16 @@ class KubeCluster:
         log.info("annotated %s: %s", ref.describe(),
                  ", ".join(f"{key}={'(removed)' if value is None else value}" for key, value in notes.items()))
         return await self._settled(ref, replicas=None, notes=notes)
+
+    async def _undo_notes(self, ref: TargetRef, written: Mapping[str, str | None], old: Mapping[str, str]) -> None:
+        """Best effort: put toggler's annotations back as they were before a failed scale."""
+        undo = {key: old.get(key) for key in written}
+        try:
+            await self._patch(ref, {"metadata": {"annotations": undo}})
+        except ClusterError as exc:
+            log.warning("could not take back the annotations of %s after the failed scale: %s", ref.describe(), exc)
+            return
+        await self._settled(ref, replicas=None, notes=undo)  # so no one reads the half-done write from the cache
 
     def _check_kind(self, ref: TargetRef) -> None:
         if ref.kind not in PLURALS:

@@ -57,6 +57,22 @@ async def test_forbidden_names_verb_resource_and_namespace(kube: KubeServer, mak
         await cluster.annotate(WEB, {STOP_AT: None})
 
 
+async def test_a_failed_scale_takes_its_annotations_back(kube: KubeServer, make_cluster: MakeCluster) -> None:
+    kube.seed("Deployment", "apps", "web", replicas=0, annotations={"toggler/restore-replicas": "3"})
+    kube.fail(403, subresource="scale")
+    cluster = await make_cluster(WEB)
+    with pytest.raises(Forbidden):
+        await cluster.scale(WEB, 3, annotations={STOP_AT: "2026-12-03T18:40:00Z", "toggler/restore-replicas": None,
+                                                 "toggler/started-by": "@alice:x"})
+    assert cluster.status(WEB).stop_at is None and cluster.status(WEB).restore_replicas == 3, "the cache too"
+    obj = kube.get("Deployment", "apps", "web")
+    assert obj["spec"]["replicas"] == 0
+    assert {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if k.startswith("toggler/")} == {
+        "toggler/restore-replicas": "3"}
+    patches = [r for r in kube.writes() if r.subresource != "scale"]
+    assert len(patches) == 2, "the annotations, then taking them back"
+
+
 async def test_conflict_is_retried_then_succeeds(kube: KubeServer, make_cluster: MakeCluster) -> None:
     kube.seed("Deployment", "apps", "web", replicas=0)
     kube.fail(409, subresource="scale", times=2)
