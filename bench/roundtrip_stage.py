@@ -192,18 +192,12 @@ def write_private(path: Path, text: str) -> Path:
     return path
 
 
-def kubeconfig(url: str) -> str:
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-        "users": [{"name": "bench", "user": {"token": "bench"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "bench"}}],
-    })
-
 
 def toggler_config(work: Path, *, homeserver: str, bot_id: str, user_id: str, rooms: list[str],
                    kube_url: str, health_port: int) -> Path:
     """config.yaml (JSON is YAML) for 100 targets and 20 rooms, secrets in files."""
+    from toggler.devenv.kube import write_kubeconfig  # noqa: PLC0415 (the parent only)
+
     password = work / "secrets" / "toggler-password"
     config = {
         "matrix": {"homeserver": homeserver, "user_id": bot_id, "password_file": str(password),
@@ -211,7 +205,7 @@ def toggler_config(work: Path, *, homeserver: str, bot_id: str, user_id: str, ro
         "targets": {target: {"namespace": namespace, "name": name, "description": f"benchmark app {name}"}
                     for target, namespace, name in target_list()},
         "rooms": {room: {"users": [user_id], "targets": ["*"], "require_encryption": True} for room in rooms},
-        "kubernetes": {"kubeconfig": str(write_private(work / "kubeconfig", kubeconfig(kube_url)))},
+        "kubernetes": {"kubeconfig": str(write_kubeconfig(work / "kubeconfig", kube_url))},
         "health": {"host": "127.0.0.1", "port": health_port},
         "logging": {"level": "INFO"},
     }

@@ -23,6 +23,7 @@ from tests.support.kube import KubeServer
 from tests.support.synapse import Account, Synapse, free_port
 from toggler.cli import main
 from toggler.conntest import conntest
+from toggler.devenv.kube import write_kubeconfig
 from toggler.devenv.synapse import unique
 from toggler.loader import load_config
 from toggler.matrix.session import Session
@@ -59,15 +60,6 @@ class Cluster:
     authorizer: Authorizer
     kubeconfig: Path
 
-
-def write_kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-        "users": [{"name": "toggler", "user": {"token": "not-checked-by-kmock"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "toggler"}}],
-    }))
-    return path
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from tests.support.keycloak import (
 from tests.support.kube import KubeServer
 from tests.support.synapse import Synapse, free_port
 from toggler.config import MatrixConfig
+from toggler.devenv.kube import write_kubeconfig
 from toggler.loader import load_config
 from toggler.matrix.jwt import JwtLogin
 from toggler.matrix.session import LoginFailed, Session, login_method
@@ -255,11 +256,7 @@ async def test_login_type_not_offered(keycloak: KeycloakStub, running_synapse: S
 def write_run_config(tmp_path: Path, synapse: Synapse, realm: Realm, kube: KubeServer, *, password: str) -> Path:
     (tmp_path / "password").write_text(password)
     (tmp_path / "client-secret").write_text(CLIENT_SECRET)
-    kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-                  "clusters": [{"name": "kmock", "cluster": {"server": kube.url}}],
-                  "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-                  "users": [{"name": "kmock", "user": {"token": "kmock"}}]}
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     config = {
         "matrix": {"homeserver": synapse.base_url, "user_id": BOT_ID, "password_file": str(tmp_path / "password"),
                    "store_path": str(tmp_path / "store"),

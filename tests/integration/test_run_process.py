@@ -17,21 +17,12 @@ import yaml
 
 from tests.support.kube import eventually
 from tests.support.synapse import Account, Synapse, UserClient, ask, open_room
-from toggler.devenv.kube import KubeServer
+from toggler.devenv.kube import KubeServer, write_kubeconfig
 from toggler.devenv.synapse import free_port
 
 pytestmark = [pytest.mark.synapse, pytest.mark.timeout(120)]
 TOGGLER = Path(sys.executable).parent / "toggler"
 
-
-def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-        "users": [{"name": "kmock", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-    }))
-    return path
 
 
 def write_config(tmp: Path, synapse: Synapse, bot: Account, alias: str, alice: str, kube: KubeServer,

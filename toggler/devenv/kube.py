@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp.test_utils
@@ -35,6 +37,19 @@ WRITE_METHODS = {"PATCH", "POST", "PUT", "DELETE"}
 def resource_of(kind: str) -> str:
     """`apps/v1/deployments` for `Deployment`."""
     return f"apps/v1/{PLURALS[kind]}"
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig (JSON is YAML) for the emulator at `server`, private; kmock checks no token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "kmock", "user": {"token": "not-checked-by-kmock"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+    }))
+    path.chmod(0o600)
+    return path
 
 
 def workload(kind: str, namespace: str, name: str, *, replicas: int = 0, ready: int | None = None,
